@@ -1,8 +1,11 @@
 """A small Sphinx extension for the cvcourse site (listed in ``_config.yml``).
 
-It copies ``plotly.min.js`` from the installed plotly package into the built site, at the path
-:data:`cvcourse.plots.PLOTLY_JS` points to, so interactive figures work with no CDN and no network.
-The copy happens after the pages are written, so the script is not added to every page.
+- It copies ``plotly.min.js`` from the installed plotly package into the built site, at the path
+  :data:`cvcourse.plots.PLOTLY_JS` points to, so interactive figures work with no CDN and no
+  network. The copy happens after the pages are written, so the script is not added to every page.
+- It gives every figure a chapter's code makes an alt text. A cell may set its own
+  (``mystnb: image: alt: ...`` in the cell's options); otherwise the alt text is the first sentence
+  of the paragraph that follows the cell, which by the house style interprets the figure.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-__all__ = ["copy_plotly_js", "setup"]
+__all__ = ["add_alt_texts", "copy_plotly_js", "setup"]
+
+_MAX_ALT = 240
 
 
 def copy_plotly_js(outdir: Path) -> Path:
@@ -26,11 +31,50 @@ def copy_plotly_js(outdir: Path) -> Path:
     return target
 
 
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    sentence = text if end < 0 else text[: end + 1]
+    return sentence if len(sentence) <= _MAX_ALT else sentence[: _MAX_ALT - 1].rstrip() + "…"
+
+
+def _cell_of(node):  # noqa: ANN001, ANN202 (docutils nodes)
+    while node is not None and "cell" not in node.get("classes", []):
+        node = node.parent
+    return node
+
+
+def add_alt_texts(doctree, title: str = "") -> int:  # noqa: ANN001 (docutils document)
+    """Give every image without alt text the next paragraph's first sentence; return how many."""
+    from docutils import nodes
+
+    count = 0
+    for image in list(doctree.findall(nodes.image)):
+        if image.get("alt", "").strip():
+            continue
+        cell = _cell_of(image)
+        alt = ""
+        if cell is not None:
+            following = cell.findall(nodes.paragraph, include_self=False, descend=False, siblings=True)
+            paragraph = next(iter(following), None)
+            if paragraph is not None:
+                alt = _first_sentence(paragraph.astext())
+        image["alt"] = alt or f"A figure of the page {title}".strip()
+        count += 1
+    return count
+
+
+def _on_doctree_resolved(app, doctree, docname) -> None:  # noqa: ANN001 (Sphinx callback)
+    title = app.env.titles[docname].astext() if docname in app.env.titles else docname
+    add_alt_texts(doctree, title)
+
+
 def _on_build_finished(app, exception) -> None:  # noqa: ANN001 (Sphinx callback)
     if exception is None and app.builder.format == "html":
         copy_plotly_js(Path(app.outdir))
 
 
 def setup(app):  # noqa: ANN001, ANN201 (Sphinx entry point)
+    app.connect("doctree-resolved", _on_doctree_resolved)
     app.connect("build-finished", _on_build_finished)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
