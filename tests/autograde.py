@@ -50,11 +50,18 @@ def prepare_course(assignment: str, course_dir: Path) -> Path:
     return course_dir / "exercises" / assignment / f"{assignment}.ipynb"
 
 
-def autograde(assignment: str, submissions: dict[str, Path], course_dir: Path,
-              extra_args: tuple[str, ...] = FAST_TIMEOUTS) -> dict[str, float]:
-    """Grade every submission in one ``nbgrader autograde`` run; returns student -> total score.
+#: Students graded at once (the instructor's `cvcourse autograde -j N`); 1 = one nbgrader run for all.
+WORKERS = int(os.environ.get("CVCOURSE_TEST_WORKERS", "2"))
 
-    A submission that nbgrader cannot read (invalid JSON) scores 0 and does not stop the others.
+
+def autograde(assignment: str, submissions: dict[str, Path], course_dir: Path,
+              extra_args: tuple[str, ...] = FAST_TIMEOUTS, workers: int = WORKERS) -> dict[str, float]:
+    """Grade every submission; returns student -> total score.
+
+    With ``workers == 1``: one ``nbgrader autograde`` run for all. Otherwise the instructor's
+    parallel command (:func:`cvcourse.cli.autograde`), ``workers`` students at a time, with
+    ``extra_args`` written into the course's config. A submission that nbgrader cannot read
+    (invalid JSON) scores 0 and does not stop the others.
     """
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -64,8 +71,18 @@ def autograde(assignment: str, submissions: dict[str, Path], course_dir: Path,
         dest = course_dir / "submitted" / student / assignment / f"{assignment}.ipynb"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, dest)
-    proc = run_nbgrader(course_dir, "autograde", assignment, "--force", *extra_args, check=False)
-    (course_dir / "autograde.log").write_text(proc.stdout + "\n" + proc.stderr)
+    if workers > 1:
+        from cvcourse import cli
+
+        with (course_dir / "nbgrader_config.py").open("a") as handle:
+            for arg in extra_args:  # "--Class.trait=value" -> "c.Class.trait = value"
+                name, value = arg.removeprefix("--").split("=", 1)
+                handle.write(f"\nc.{name} = {value}\n")
+        results = cli.autograde(course_dir, assignment, workers=workers)
+        (course_dir / "autograde.log").write_text("\n".join(f"{r.student}: {r.status} {r.reason}" for r in results))
+    else:
+        proc = run_nbgrader(course_dir, "autograde", assignment, "--force", *extra_args, check=False)
+        (course_dir / "autograde.log").write_text(proc.stdout + "\n" + proc.stderr)
     scores: dict[str, float] = {}
     with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gb:
         for student in submissions:
@@ -78,10 +95,13 @@ def autograde(assignment: str, submissions: dict[str, Path], course_dir: Path,
 
 def cell_scores(assignment: str, student: str, course_dir: Path) -> dict[str, float]:
     """Score of each graded cell of one student's notebook after :func:`autograde`."""
-    from nbgrader.api import Gradebook
+    from nbgrader.api import Gradebook, MissingEntry
 
     with Gradebook(f"sqlite:///{Path(course_dir) / 'gradebook.db'}") as gb:
-        nb = gb.find_submission_notebook(assignment, assignment, student)
+        try:
+            nb = gb.find_submission_notebook(assignment, assignment, student)
+        except MissingEntry:  # never graded (an unreadable notebook): zero in every graded cell
+            return {cell.name: 0.0 for cell in gb.find_notebook(assignment, assignment).grade_cells}
         return {g.name: float(g.score) for g in nb.grades}
 
 
