@@ -65,6 +65,7 @@ MUST_KEEP = {
     "gradcam": {
         "wrong-leaves-eval-mode": {"test_shape_range", "test_values", "test_scaling"},
         "wrong-leaves-grads": {"test_shape_range", "test_values", "test_scaling"},
+        "wrong-leaves-hooks": {"test_shape_range", "test_values", "test_scaling"},
     },
     "occlusion": {"wrong-leaves-eval-mode": {"test_shape", "test_values"}},
     "fgsm": {

@@ -223,6 +223,134 @@ def test_worker_blocks_delegation_at_run_time() -> None:
     assert not result["cells"]["v"]["passed"] and "importlib" in result["cells"]["v"]["evalue"]
 
 
+@pytest.mark.slow
+def test_grads_and_buffers_reach_the_worker_and_sync_back_exactly() -> None:
+    """Regression: pickling drops ``.grad``; the sync then set every trusted grad to None."""
+    worker = ['''
+        import torch
+
+        def untouched(model, x):
+            return None
+
+        def read_grads(model, x):
+            return [None if p.grad is None else p.grad.clone() for p in model.parameters()], x.grad
+
+        def backward_then_zero(model, x):          # a Grad-CAM that cleans up the wrong way
+            model(x).sum().backward()
+            model.zero_grad()
+            return None
+
+        def zero_in_place(model, x):
+            model.zero_grad(set_to_none=False)
+            return None
+
+        def accumulate(model, x):
+            model(x).sum().backward()
+            return None
+
+        def bn_step(model, x):
+            model.train()
+            model(x)
+            return model[1].running_mean.clone()
+
+        class Scale(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.full((3,), 2.0))
+
+            def forward(self, x):
+                return x * self.w
+
+        def apply(module, x):
+            return module(x)
+    ''']
+    setup = ("m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))\n"
+             "x = torch.rand(5, 3, requires_grad=True)\n"
+             "m[0].weight.grad = torch.full((4, 3), 2.0)\n"           # bias.grad stays None
+             "m[1].weight.grad = torch.arange(4.0)\n"
+             "x.grad = torch.ones(5, 3)\n"
+             "before = [None if p.grad is None else p.grad.clone() for p in m.parameters()]\n")
+    same = ("assert all((a is None and b.grad is None) or (a is not None and b.grad is not None and "
+            "torch.equal(a, b.grad)) for a, b in zip(before, m.parameters())), "
+            "[None if p.grad is None else p.grad.tolist() for p in m.parameters()]\n")
+    tests = {
+        "seen": "# Checks: grads reach the worker\n" + setup +
+                "grads, xg = read_grads(m, x)\n"
+                "assert grads[1] is None and grads[3] is None, grads\n"
+                "assert torch.equal(grads[0], before[0]) and torch.equal(grads[2], before[2]), grads\n"
+                "assert xg is not None and torch.equal(xg, torch.ones(5, 3)), xg\n",
+        "kept": "# Checks: an untouched model keeps its grads (values, None stays None, same tensors)\n" + setup +
+                "g0 = m[0].weight.grad\nuntouched(m, x)\n" + same +
+                "assert m[0].weight.grad is g0 and torch.equal(x.grad, torch.ones(5, 3))\n",
+        "zeroed": "# Checks: backward then zero_grad() is seen\n" + setup + "backward_then_zero(m, x)\n"
+                  "assert all(p.grad is None for p in m.parameters())\n",
+        "zeros": "# Checks: zero_grad(set_to_none=False)\n" + setup + "zero_in_place(m, x)\n"
+                 "assert torch.equal(m[0].weight.grad, torch.zeros(4, 3)) and m[0].bias.grad is None\n",
+        "accum": "# Checks: backward accumulates into the existing grads\n" + setup + "accumulate(m, x)\n"
+                 "m2 = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))\nm2.load_state_dict(m.state_dict())\n"
+                 "m2(x.detach()).sum().backward()\n"
+                 "assert torch.allclose(m[0].weight.grad, before[0] + m2[0].weight.grad)\n"
+                 "assert torch.allclose(m[0].bias.grad, m2[0].bias.grad)\n",
+        "buffers": "# Checks: buffers travel and sync back\n" + setup +
+                   "m.eval()\nm[1].running_mean.fill_(5.0)\nrm = bn_step(m, x.detach())\n"
+                   "assert torch.allclose(rm, 0.9 * 5.0 + 0.1 * m[0](x.detach()).mean(0).detach(), atol=1e-6), rm\n"
+                   "assert torch.equal(m[1].running_mean, rm) and int(m[1].num_batches_tracked) == 1\n",
+        "remote": "# Checks: a student module (remote) as an argument\ns = Scale()\n"
+                  "assert torch.equal(apply(s, torch.ones(3)), torch.full((3,), 2.0))\n",
+    }
+    cells = run_trusted_job(_job(worker, tests))["cells"]
+    for name in tests:
+        assert cells[name] == {"passed": True}, (name, cells[name])
+
+
+@pytest.mark.slow
+def test_leaked_hooks_do_not_break_later_calls() -> None:
+    """Regression: placeholder hooks synced onto a trusted model made it unpicklable to the worker."""
+    worker = ['''
+        import torch
+
+        def leak(model, x):
+            model[0].register_forward_hook(lambda *a: None)
+            model[0].register_forward_pre_hook(lambda *a: None)
+            model.register_full_backward_hook(lambda *a: None)
+            return model(x)
+
+        def hooks(model):
+            return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+                    for m in model.modules()]
+
+        def double(model, x):
+            return 2 * model(x)
+
+        def clean(model):
+            for m in model.modules():
+                m._forward_hooks.clear()
+                m._forward_pre_hooks.clear()
+                m._backward_hooks.clear()
+    ''']
+    setup = "m = nn.Sequential(nn.Linear(3, 2), nn.ReLU())\nx = torch.rand(4, 3)\nleak(m, x)\n"
+    tests = {
+        "counted": "# Checks: leaked hooks are seen\n" + setup +
+                   "assert len(m[0]._forward_hooks) == 1 and len(m[0]._forward_pre_hooks) == 1\n"
+                   "assert len(m._backward_hooks) == 1\n",
+        "later": "# Checks: later calls on the same model still work\n" + setup +
+                 "assert torch.allclose(double(m, x), 2 * m(x))\n"
+                 "assert hooks(m) == [(0, 0, 1), (1, 1, 0), (0, 0, 0)], hooks(m)\n"
+                 "leak(m, x)\n"
+                 "assert hooks(m) == [(0, 0, 2), (2, 2, 0), (0, 0, 0)], hooks(m)\n"
+                 "assert len(m[0]._forward_hooks) == 2\n"
+                 "clean(m)\n"
+                 "assert sum(len(k._forward_hooks) + len(k._backward_hooks) for k in m.modules()) == 0\n",
+        "pickle": "# Checks: the trusted model still pickles locally\n" + setup +
+                  "import copy\nm2 = copy.deepcopy(m)\nassert torch.allclose(m2(x), m(x))\n",
+    }
+    result = run_trusted_job(_job(worker, tests))
+    cells = result["cells"]
+    for name in tests:
+        assert cells[name] == {"passed": True}, (name, cells[name])
+    assert result["restarts"] == 0, result
+
+
 # --------------------------------------------------------------------------- helpers
 def test_scrub_and_checks_line() -> None:
     src = "# Checks: the sum of two numbers\nassert 1 + 1 == 2\n### BEGIN HIDDEN TESTS\nassert secret() == 42\n" \

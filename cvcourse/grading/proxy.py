@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 __all__ = ["GradingError", "WorkerDied", "CallTimeout", "RemoteObject", "make_function_proxy", "make_class_proxy",
-           "apply_state"]
+           "apply_state", "collect_grads", "PLACEHOLDER_HOOK_ID", "is_placeholder_hook"]
 
 
 class GradingError(BaseException):
@@ -114,7 +114,21 @@ def make_class_proxy(client: Any, name: str, mro: list[str]) -> type:
 
 # --------------------------------------------------------------------------- state sync
 def _noop_hook(*args: Any, **kwargs: Any) -> None:
+    """Placeholder for a hook the submission left on a module (only its count is known here).
+
+    It lives in cvcourse, which the worker cannot import: the trusted pickler sends it as the
+    persistent id :data:`PLACEHOLDER_HOOK_ID` and the worker puts its own no-op in its place.
+    """
     return None
+
+
+#: Persistent id of :func:`_noop_hook` in the pickles sent to the worker.
+PLACEHOLDER_HOOK_ID = ("placeholder-hook",)
+
+
+def is_placeholder_hook(obj: Any) -> bool:
+    """True for the placeholder that :func:`apply_state` puts on modules for leaked hooks."""
+    return obj is _noop_hook
 
 
 def _sync_hooks(hooks: dict, count: int) -> None:
@@ -135,10 +149,30 @@ def _set_tensor(dst: torch.Tensor, src: torch.Tensor) -> None:
             dst.copy_(src.to(dst.device))
 
 
+def _set_grad(dst: torch.Tensor, src: torch.Tensor | None) -> None:
+    """Make ``dst.grad`` what the worker reported: None stays None; values are compared and copied in
+    place when shape and dtype allow (like ``.backward()`` accumulating into an existing grad)."""
+    if not dst.is_leaf:
+        return
+    if src is None:
+        if dst.grad is not None:
+            dst.grad = None
+        return
+    src = src.detach()
+    current = dst.grad
+    if current is not None and current.shape == src.shape and current.dtype == src.dtype:
+        _set_tensor(current, src)
+    else:
+        try:
+            dst.grad = src.clone().to(dst.device)
+        except (RuntimeError, TypeError):
+            pass  # a grad of another shape or dtype cannot be attached; the test sees the original
+
+
 def apply_state(value: Any, state: Any, decode: Any) -> None:
     """Apply the worker's post-call ``state`` of an argument to the trusted ``value`` (in place)."""
-    if type(state) is not tuple or not state:
-        return
+    if type(state) is not tuple or not state or type(value) is RemoteObject:
+        return  # a remote object lives in the worker: nothing to copy back
     tag = state[0]
     if tag == "t" and isinstance(value, torch.Tensor):
         new = decode(state[1])
@@ -146,6 +180,9 @@ def apply_state(value: Any, state: Any, decode: Any) -> None:
             _set_tensor(value, new.detach())
         if value.is_leaf and bool(state[2]) != value.requires_grad:
             value.requires_grad_(bool(state[2]))
+        if len(state) > 3:
+            grad = None if state[3] is None else decode(state[3])
+            _set_grad(value, grad if isinstance(grad, torch.Tensor) else None)
     elif tag == "m" and isinstance(value, nn.Module):
         _, mods, params, buffers = state
         local_mods = [m for _, m in value.named_modules()]
@@ -161,7 +198,8 @@ def apply_state(value: Any, state: Any, decode: Any) -> None:
         if len(local_params) == len(params):
             for p, (data, grad) in zip(local_params, params):
                 _set_tensor(p, decode(data).detach())
-                p.grad = None if grad is None else decode(grad).detach().clone()
+                new_grad = None if grad is None else decode(grad)
+                _set_grad(p, new_grad if isinstance(new_grad, torch.Tensor) else None)
         local_buffers = [b for _, b in value.named_buffers()]
         if len(local_buffers) == len(buffers):
             for b, data in zip(local_buffers, buffers):
@@ -171,3 +209,31 @@ def apply_state(value: Any, state: Any, decode: Any) -> None:
         if len(items) == len(state[1]):
             for v, s in zip(items, state[1]):
                 apply_state(v, s, decode)
+
+
+def collect_grads(value: Any, out: list | None = None, depth: int = 0) -> list:
+    """``[(tensor, tensor.grad)]`` for every leaf tensor in ``value`` with a ``.grad``.
+
+    Covers tensor arguments and the parameters and buffers of module arguments (through lists,
+    tuples and dicts). Pickling a tensor drops its ``.grad``, so the call message carries these
+    pairs explicitly; within one pickle the tensors keep their identity and the worker re-attaches
+    each grad.
+    """
+    out = [] if out is None else out
+    if depth > 20 or type(value) is RemoteObject:  # a remote object already lives in the worker
+        return out
+    if isinstance(value, torch.Tensor):
+        if value.is_leaf and value.grad is not None:
+            out.append((value, value.grad))
+    elif isinstance(value, nn.Module):
+        for _, t in value.named_parameters():
+            collect_grads(t, out, depth + 1)
+        for _, t in value.named_buffers():
+            collect_grads(t, out, depth + 1)
+    elif type(value) in (list, tuple):
+        for v in value:
+            collect_grads(v, out, depth + 1)
+    elif type(value) is dict:
+        for v in value.values():
+            collect_grads(v, out, depth + 1)
+    return out

@@ -161,7 +161,7 @@ class WorkerClient:
     def call(self, target: tuple, args: tuple, kwargs: dict) -> Any:
         """Call ``target`` in the worker; returns the decoded result and syncs argument state."""
         from cvcourse.grading import codec
-        from cvcourse.grading.proxy import CallTimeout, RemoteObject, WorkerDied, apply_state
+        from cvcourse.grading.proxy import CallTimeout, RemoteObject, WorkerDied, apply_state, collect_grads
 
         if self.proc is None:
             if self.broken:
@@ -173,7 +173,8 @@ class WorkerClient:
             buf = io.BytesIO()
             pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
             pickler.persistent_id = _remote_id  # type: ignore[method-assign]
-            pickler.dump(("call", target, args, kwargs))
+            # Pickling drops .grad: send the (tensor, grad) pairs in the same pickle (identity kept).
+            pickler.dump(("call", target, args, kwargs, collect_grads((args, kwargs))))
             payload = buf.getvalue()
         except Exception as exc:  # noqa: BLE001
             raise TypeError(f"the test passed an argument the grader cannot send: {exc}") from None
@@ -210,10 +211,12 @@ class WorkerClient:
 
 
 def _remote_id(obj: Any) -> Any:
-    from cvcourse.grading.proxy import RemoteObject
+    from cvcourse.grading.proxy import PLACEHOLDER_HOOK_ID, RemoteObject, is_placeholder_hook
 
     if type(obj) is RemoteObject:
         return ("remote", object.__getattribute__(obj, "_rid"))
+    if is_placeholder_hook(obj):  # a leaked hook's stand-in: the worker cannot import cvcourse
+        return PLACEHOLDER_HOOK_ID
     return None
 
 

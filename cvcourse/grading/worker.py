@@ -6,8 +6,10 @@ Started as ``python -I -m cvcourse.grading.worker READ_FD WRITE_FD`` by
 1. trusted -> worker (pickle): ``{"cells": [(cell_id, source)], "skip": [index], "blocked": [module]}``.
 2. worker -> trusted (safe): ``("cell", index)`` before each cell, ``("cell_done", index, error_or_None)``
    after it, then ``("ready", {name: (kind, mro)})`` with the public callables defined.
-3. trusted -> worker (pickle): ``("call", target, args, kwargs)`` where target is ``("name", str)``,
-   ``("remote", id)``, ``("getattr", id, attr)``, ``("len", id)`` or ``("getitem", id, key)``.
+3. trusted -> worker (pickle): ``("call", target, args, kwargs, grads)`` where target is ``("name", str)``,
+   ``("remote", id)``, ``("getattr", id, attr)``, ``("len", id)`` or ``("getitem", id, key)``, and
+   ``grads``, the ``[(tensor, grad)]`` pairs of the arguments (pickling drops ``.grad``). Persistent
+   ids: ``("remote", id)`` for a remote object, ``("placeholder-hook",)`` for a leaked hook's stand-in.
    worker -> trusted (safe): ``("ok", value, state)`` or ``("error", exc_type, message, state)``.
 
 Nothing here is trusted: student code shares this process and may tamper with anything in it.
@@ -56,7 +58,8 @@ def _state_of(value: Any, encode_fn: Any, torch: Any, depth: int = 0) -> Any:
         return ("x",)
     t = type(value)
     if t is torch.Tensor or t is nn.Parameter:
-        return ("t", encode_fn(value), bool(value.requires_grad))
+        grad = value.grad if value.is_leaf else None
+        return ("t", encode_fn(value), bool(value.requires_grad), None if grad is None else encode_fn(grad))
     if isinstance(value, nn.Module):
         mods = []
         for _, m in value.named_modules():
@@ -96,6 +99,15 @@ def main(argv: list[str]) -> None:
 
     def send(msg: Any) -> None:
         send_frame(wfd, dump_safe(msg))
+
+    def placeholder_hook(*args: Any, **kwargs: Any) -> None:
+        """Stands for a hook a previous call left on a module (the trusted side keeps only counts)."""
+        return None
+
+    def persistent_load(pid: Any) -> Any:
+        if pid == ("placeholder-hook",):  # proxy.PLACEHOLDER_HOOK_ID
+            return placeholder_hook
+        return remotes[pid[1]]
 
     job = pickle.loads(recv_frame(rfd))
     blocked = tuple(job["blocked"])
@@ -160,13 +172,18 @@ def main(argv: list[str]) -> None:
     while True:
         try:
             unpickler = pickle.Unpickler(io.BytesIO(recv_frame(rfd)))
-            unpickler.persistent_load = lambda pid: remotes[pid[1]]  # type: ignore[method-assign]
+            unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
             msg = unpickler.load()
         except EOFError:
             return
-        _, target, args, kwargs = msg
+        except Exception as exc:  # noqa: BLE001  (an argument the worker cannot rebuild: fail this call only)
+            send(("error", "TypeError", f"the grading worker could not receive the arguments: {exc}", ("x",)))
+            continue
+        _, target, args, kwargs, grads = msg
         state_args = (args, kwargs)
         try:
+            for tensor, grad in grads:  # pickling drops .grad: re-attach what the trusted side had
+                tensor.grad = grad
             kind = target[0]
             if kind == "name":
                 result = ns[target[1]](*args, **kwargs)
