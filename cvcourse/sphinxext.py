@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
-__all__ = ["add_alt_texts", "copy_plotly_js", "setup"]
+__all__ = ["add_alt_texts", "copy_plotly_js", "dedupe_inline_scripts", "setup"]
 
 _MAX_ALT = 240
 
@@ -69,12 +70,45 @@ def _on_doctree_resolved(app, doctree, docname) -> None:  # noqa: ANN001 (Sphinx
     add_alt_texts(doctree, title)
 
 
+def _on_config_inited(app, config) -> None:  # noqa: ANN001 (Sphinx callback)
+    # pydata-sphinx-theme logs a console error when the default colour mode is left empty.
+    config.html_context = dict(config.html_context or {})
+    config.html_context.setdefault("default_mode", "light")
+
+
+_INLINE_SCRIPT = re.compile(r"<script>[^<]*</script>\n?")
+
+
+def dedupe_inline_scripts(html: str) -> str:
+    """Drop repeated identical inline ``<script>`` blocks, keeping the first of each.
+
+    Jupyter Book registers sphinx-thebe's and sphinx-togglebutton's inline configuration twice;
+    a page that declares the same ``const`` twice logs a console error in the browser.
+    """
+    seen: set[str] = set()
+
+    def keep_first(match: re.Match) -> str:
+        text = match.group(0).strip()
+        if text in seen:
+            return ""
+        seen.add(text)
+        return match.group(0)
+
+    return _INLINE_SCRIPT.sub(keep_first, html)
+
+
 def _on_build_finished(app, exception) -> None:  # noqa: ANN001 (Sphinx callback)
     if exception is None and app.builder.format == "html":
         copy_plotly_js(Path(app.outdir))
+        for page in Path(app.outdir).rglob("*.html"):
+            text = page.read_text(encoding="utf-8")
+            fixed = dedupe_inline_scripts(text)
+            if fixed != text:
+                page.write_text(fixed, encoding="utf-8")
 
 
 def setup(app):  # noqa: ANN001, ANN201 (Sphinx entry point)
+    app.connect("config-inited", _on_config_inited)
     app.connect("doctree-resolved", _on_doctree_resolved)
     app.connect("build-finished", _on_build_finished)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -31,13 +31,20 @@ def package_hash(package: Path = PACKAGE) -> str:
 
 
 def invalidate_cache_if_package_changed(build: Path) -> None:
-    cache, stamp = build / ".jupyter_cache", build / "cvcourse-package.sha256"
+    """Forget executed outputs and Sphinx's environment when the cvcourse package changed.
+
+    Both must go: with only the execution cache wiped, Sphinx would still consider every
+    chapter up to date and neither re-execute nor re-render it.
+    """
+    stamp = build / "cvcourse-package.sha256"
     current = package_hash()
     if stamp.exists() and stamp.read_text().strip() == current:
         return
-    if cache.exists():
-        print("cvcourse/ changed since the last build: wiping the execution cache", flush=True)
-        shutil.rmtree(cache)
+    stale = [build / name for name in (".jupyter_cache", ".doctrees", "jupyter_execute", "html")]
+    if any(path.exists() for path in stale):
+        print("cvcourse/ changed since the last build: every chapter runs again", flush=True)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
     build.mkdir(exist_ok=True)
     stamp.write_text(current + "\n")
 

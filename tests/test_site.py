@@ -140,10 +140,10 @@ def test_every_image_on_the_site_has_alt_text(built_site: Path):
 
 def test_plotly_figures_are_interactive_offline(visit):
     v = visit("book/interpretation.html")
-    plot = v.page.locator(".js-plotly-plot").first
-    assert plot.count() == 1, "the interpretation chapter has no plotly figure"
-    plot.scroll_into_view_if_needed()
-    point = plot.locator(".scatterlayer .points path").first
+    points = v.page.locator(".js-plotly-plot .scatterlayer .points path")
+    assert points.count() > 0, "the interpretation chapter has no plotly scatter drawn"
+    point = points.first
+    point.scroll_into_view_if_needed()
     box = point.bounding_box()
     assert box is not None, "no scatter point drawn"
     v.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

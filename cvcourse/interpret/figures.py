@@ -98,7 +98,7 @@ def embedding_figure(
     for c, name in zip(classes, names):
         idx = np.flatnonzero(labels == c)
         fig.add_trace(
-            go.Scattergl(
+            go.Scatter(  # SVG: hover works without WebGL
                 x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
                 marker={"size": 6, "opacity": 0.8},
                 customdata=idx,
