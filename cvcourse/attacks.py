@@ -74,14 +74,19 @@ class Normalized(nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode inside the block; restore every submodule's mode after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Put ``model`` in eval mode inside the block; restore every submodule's mode after.
+
+    A model already in eval mode is left alone (no mode is written, which keeps an attack's
+    per-call overhead small); otherwise exactly the submodules found training are switched back.
+    """
+    training = [module for module in model.modules() if module.training]
+    if training:
+        model.eval()
     try:
         yield model
     finally:
-        for module, training in modes:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 def _device_of(model: nn.Module, default: torch.Tensor) -> torch.device:
@@ -108,7 +113,7 @@ def gradient_sign(
     if isinstance(labels, int):
         labels = torch.full((images.shape[0],), labels, dtype=torch.long)
     device = _device_of(model, images)
-    x = images.detach().to(device).clone().requires_grad_(True)
+    x = images.detach().to(device).requires_grad_(True)  # a new leaf: the caller's tensor is untouched
     y = labels.to(device)
     with eval_mode(model), torch.enable_grad():
         loss = F.cross_entropy(model(x), y)

@@ -88,8 +88,26 @@ class PatchEmbedding(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + self.num_patches, embed_dim))
 
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens without class token or positions: (N, C, H, W) -> (N, L, D).
+
+        Equal to ``self.proj(patchify(images, p))``, computed as a convolution with kernel size
+        and stride ``p`` whose kernel is ``proj``'s weight reshaped to (D, C, p, p): the same
+        map, without copying the whole batch into patch order first (faster on a CPU; see
+        ``bench/methods.py``).
+        """
+        if images.ndim != 4 or tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images must be (N, C, {self.image_size}, {self.image_size}), got shape {tuple(images.shape)}; "
+                f"resize them or build PatchEmbedding(image_size={images.shape[-1]}, ...)"
+            )
+        p = self.patch_size
+        kernel = self.proj.weight.view(self.proj.out_features, -1, p, p)  # (D, C*p*p) -> (D, C, p, p)
+        grid = F.conv2d(images, kernel, self.proj.bias, stride=p)  # (N, D, H/p, W/p)
+        return grid.flatten(2).transpose(1, 2)  # (N, L, D), patches row-major like patchify
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        patches = self.proj(patchify(images, self.patch_size))  # (N, L, D)
+        patches = self.embed_patches(images)  # (N, L, D)
         cls = self.cls_token.expand(images.shape[0], -1, -1)  # (N, 1, D)
         return torch.cat([cls, patches], dim=1) + self.pos_embed  # (N, 1 + L, D)
 

@@ -229,15 +229,22 @@ def test_extract_features_is_the_classifier_input():
     assert _hook_count(model) == 0
 
 
-def test_pca_matches_sklearn():
+@pytest.mark.parametrize("n, d, offset", [(60, 5, 0.0), (300, 40, 1e3), (20, 50, 5.0)])
+def test_pca_matches_sklearn(n, d, offset):
+    # tall (eigenvectors of the scatter matrix), far from the origin (centring), and wide (SVD)
     from sklearn.decomposition import PCA
 
-    x, _ = _blobs(60, d=5, seed=2)
+    x, _ = _blobs(n, d=d, seed=2)
+    x = x.double() + offset
     ours = ci.embed_pca(x, 3)
-    theirs = PCA(3).fit_transform(x.numpy().astype(np.float64))
+    theirs = PCA(3, svd_solver="full").fit_transform(x.numpy())
+    assert ours.shape == (n, 3)
     for j in range(3):  # equal up to the sign of each component
         s = np.sign(ours[:, j] @ theirs[:, j])
         np.testing.assert_allclose(ours[:, j], s * theirs[:, j], rtol=1e-6, atol=1e-8)
+        assert ours[:, j].var() >= (ours[:, j + 1].var() if j < 2 else 0)  # largest variance first
+    with pytest.raises(ValueError, match="n_components"):
+        ci.embed_pca(x, min(n, d) + 1)
 
 
 def test_autoencoder_learns_and_is_seeded():

@@ -57,6 +57,20 @@ def test_patch_embedding_contract_and_conv_equivalence():
     torch.testing.assert_close(out[:, 0], (emb.cls_token + emb.pos_embed[:, :1])[:, 0].expand(2, -1))
 
 
+def test_patch_embedding_is_linear_of_flattened_patches_and_trains_proj():
+    # embed_patches runs as a convolution; the definition is proj applied to each flattened patch
+    torch.manual_seed(0)
+    emb = tr.PatchEmbedding(image_size=12, patch_size=3, in_channels=2, embed_dim=5)
+    images = torch.rand(3, 2, 12, 12)
+    patches = F.unfold(images, kernel_size=3, stride=3).transpose(1, 2)  # (N, L, C*p*p), independent cut
+    expected = patches @ emb.proj.weight.T + emb.proj.bias  # (N, L, D)
+    torch.testing.assert_close(emb.embed_patches(images), expected, rtol=1e-5, atol=1e-5)
+    emb(images).sum().backward()  # the Linear's parameters are the ones that learn
+    assert emb.proj.weight.grad is not None and emb.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="image_size=16"):
+        emb(torch.rand(1, 2, 16, 16))
+
+
 # ----------------------------------------------------------------------------- attention
 def test_attention_matches_sdpa():
     gen = torch.Generator().manual_seed(0)

@@ -177,12 +177,26 @@ def embed_pca(features: torch.Tensor, n_components: int = 2) -> np.ndarray:
     """Project (N, D) features on their top principal components -> (N, n_components).
 
     Components are signed so that each one's entry of largest absolute value is positive.
+    With N >= D the principal axes are the top eigenvectors of the (D, D) scatter matrix of the
+    centred features (one matrix product and a small symmetric eigenproblem, which is cheaper
+    than the SVD of the (N, D) matrix and gives the same axes); with N < D, the SVD.
     """
     x = _numpy(features)
-    x = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = vt[:n_components]  # (n_components, D)
-    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {x.shape}; flatten them with features.flatten(1)")
+    n, d = x.shape
+    k = int(n_components)
+    if not 1 <= k <= min(n, d):
+        raise ValueError(f"n_components must be in 1..{min(n, d)} for features of shape {x.shape}, got {n_components}")
+    x = x - x.mean(axis=0)  # centre a copy first: exact where subtracting the mean from x^T x afterwards is not
+    if n >= d:
+        # NumPy alone: mixing its BLAS with SciPy's (a second thread pool) costs more than it saves
+        _, vecs = np.linalg.eigh(x.T @ x)  # (D, D), eigenvalues ascending
+        comps = np.ascontiguousarray(vecs[:, ::-1][:, :k].T)  # (k, D), largest variance first
+    else:
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        comps = vt[:k]  # (k, D)
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
     return x @ (comps * signs[:, None]).T
 
 
