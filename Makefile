@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 ASSIGNMENTS := $(notdir $(wildcard solutions/*))
 
-.PHONY: help setup system-deps book exercises site test test-fast environment clean
+.PHONY: help setup system-deps book exercises notebooks site test test-fast environment clean
 
 help:
-	@echo "make book   - set up, regenerate exercises/ from solutions/, build the site into _build/html"
+	@echo "make book   - set up, regenerate exercises/ and the chapters' .ipynb copies, build the site into _build/html"
 	@echo "make test   - set up and run the whole test suite (what CI runs)"
 	@echo "make test-fast - unit tests only (no book build, autograde, browser or hub tests)"
 
@@ -34,10 +34,14 @@ exercises: setup
 	  $(BIN)/nbgrader generate_assignment "$$name" --force --CourseDirectory.root=$(CURDIR) --log-level=WARN; \
 	done; rm -f gradebook.db
 
+# Launchable .ipynb copies of the chapters (Colab opens only notebooks), generated from book/*.md.
+notebooks: setup
+	$(BIN)/python scripts/sync_notebooks.py
+
 site: setup
 	$(BIN)/python scripts/build_book.py
 
-book: exercises site
+book: exercises notebooks site
 
 environment: $(INSTALLED)
 	$(BIN)/python scripts/sync_environment.py

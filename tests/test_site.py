@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
@@ -165,6 +165,15 @@ def test_launch_buttons_point_to_hub_binder_and_colab(visit):
     hub = config["launch_buttons"]["jupyterhub_url"].rstrip("/")
     v = visit("book/video.html")
     hrefs = v.page.eval_on_selector_all("a", "els => els.map(e => e.href)")
-    assert any(h.startswith(hub) and "git-pull" in h for h in hrefs), "no nbgitpuller link to the course hub"
-    assert any(h.startswith(config["launch_buttons"]["binderhub_url"]) for h in hrefs), "no Binder link"
-    assert any(h.startswith(config["launch_buttons"]["colab_url"]) for h in hrefs), "no Colab link"
+    launch = {
+        "hub": [h for h in hrefs if h.startswith(hub) and "git-pull" in h],
+        "Binder": [h for h in hrefs if h.startswith(config["launch_buttons"]["binderhub_url"])],
+        "Colab": [h for h in hrefs if h.startswith(config["launch_buttons"]["colab_url"])],
+    }
+    for name, links in launch.items():
+        assert links, f"no {name} link"
+        # every button opens the chapter's notebook copy (Colab cannot open the .md source)
+        assert all(unquote(h).endswith("book/video.ipynb") or "book/video.ipynb&" in unquote(h) for h in links), links
+    assert (ROOT / "book" / "video.ipynb").is_file()
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    assert launch["Colab"] == [f"{config['launch_buttons']['colab_url']}/github/{repo}/blob/main/book/video.ipynb"]
