@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvcourse.models import IMAGENET_MEAN, IMAGENET_STD  # re-exported: attacks work in pixel space
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -47,8 +49,6 @@ __all__ = [
     "coffee_demo",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Normalized(nn.Module):

@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["REPO", "NBGRADER", "FAST_TIMEOUTS", "autograde", "cell_scores", "feedback_html", "prepare_course", "run_nbgrader"]
+__all__ = ["REPO", "NBGRADER", "FAST_TIMEOUTS", "autograde", "cell_scores", "feedback_html", "prepare_course", "run_nbgrader",
+           "solution_path", "release_path", "fixture_scenarios", "check_solution_rules", "check_fixtures_in_sync",
+           "grade_fixture_class", "require_release"]
 
 REPO = Path(__file__).resolve().parents[1]
 NBGRADER = Path(sys.executable).with_name("nbgrader")
@@ -111,3 +113,127 @@ def feedback_html(assignment: str, student: str, course_dir: Path) -> str:
                  "--log-level=WARN")
     path = Path(course_dir) / "feedback" / student / assignment / f"{assignment}.html"
     return path.read_text()
+
+
+# ----------------------------------------------------------------------------- fixture classes
+# What every assignment's test file checks the same way: the solution notebook's structure, the
+# fixture notebooks' sync with their snippets, and one graded batch of solution, release and
+# fixtures with the rules every assignment shares. Only the per-cell rule for wrong-* fixtures
+# differs between files, so the graded batch is returned for the caller to check it.
+
+
+def solution_path(assignment: str) -> Path:
+    return REPO / "solutions" / assignment / f"{assignment}.ipynb"
+
+
+def release_path(assignment: str) -> Path:
+    return REPO / "exercises" / assignment / f"{assignment}.ipynb"
+
+
+def fixture_scenarios(assignment: str) -> list[str]:
+    """Names of the fixture submissions of ``assignment`` (one snippet each)."""
+    from fixtures.make_submissions import SNIPPETS
+
+    return sorted(p.stem for p in (SNIPPETS / assignment).glob("*.py"))
+
+
+def check_solution_rules(assignment: str, points: dict[str, int], hidden_imports: tuple[str, ...] = ()) -> None:
+    """The instructor notebook follows the course's nbgrader rules and has exactly ``points``.
+
+    ``hidden_imports``: oracle libraries that may be imported only inside hidden blocks.
+    """
+    import nbformat
+
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    metas = [c.metadata.get("nbgrader") for c in nb.cells]
+    assert all(m and m.get("schema_version") == 3 for m in metas), "every cell needs nbgrader metadata (schema 3)"
+    ids = [m["grade_id"] for m in metas]
+    assert len(ids) == len(set(ids)), f"grade_id values must be unique: {ids}"
+    graded = {m["grade_id"]: m["points"] for m in metas if m.get("grade")}
+    assert graded == points, f"graded cells and points: {graded}"
+    assert sum(graded.values()) == 10
+    for cell in nb.cells:
+        meta = cell.metadata["nbgrader"]
+        assert "cvcourse" not in cell.source, f"{meta['grade_id']}: an assignment must not import cvcourse"
+        if cell.cell_type == "markdown" or not (meta["solution"] or meta["grade"]):
+            assert meta["locked"] and not meta["solution"] and not meta["grade"], meta
+        if meta["solution"]:
+            assert not meta["locked"] and not meta["grade"]
+            assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+            assert '"""' in cell.source.split("### BEGIN SOLUTION")[0], "the docstring stays outside the solution"
+        if meta["grade"]:
+            assert meta["locked"] and not meta["solution"]
+            assert cell.source.startswith("# Checks: "), f"{meta['grade_id']}: first line must be '# Checks: ...'"
+            head, _, hidden = cell.source.partition("### BEGIN HIDDEN TESTS")
+            assert "assert" in head.lower(), f"{meta['grade_id']}: needs visible checks before the hidden block"
+            assert "### END HIDDEN TESTS" in hidden, f"{meta['grade_id']}: needs a hidden block"
+            for oracle in hidden_imports:  # oracles are imported inside the hidden block only
+                assert f"import {oracle}" not in head and f"from {oracle}" not in head, (
+                    f"{meta['grade_id']}: {oracle} is imported inside the hidden block only")
+    assert nb.cells[0].cell_type == "markdown" and "book/" in nb.cells[0].source, "intro must point to the chapter"
+
+
+def require_release(assignment: str) -> Path:
+    """The committed student version of ``assignment``; skips the calling test when it is missing."""
+    import pytest
+
+    released = release_path(assignment)
+    if not released.exists():
+        pytest.skip(f"{released} not generated yet (make exercises)")
+    return released
+
+
+def check_fixtures_in_sync(assignment: str, required: set[str], wrong_listed: set[str]) -> None:
+    """Fixture notebooks match their snippets; ``required`` scenarios exist; every wrong-* is listed."""
+    from fixtures.make_submissions import SUBMISSIONS, build_all
+
+    require_release(assignment)
+
+    scenarios = fixture_scenarios(assignment)
+    assert required <= set(scenarios), f"missing scenarios: {required - set(scenarios)}"
+    assert any(s.startswith("correct-") for s in scenarios), "at least one correct-* fixture"
+    wrong = {s for s in scenarios if s.startswith("wrong-")}
+    assert wrong_listed == wrong, f"the expectations must list every wrong-* fixture exactly: {wrong_listed ^ wrong}"
+    committed = {p.stem for p in (SUBMISSIONS / assignment).glob("*.ipynb")}
+    assert committed == set(scenarios), f"fixture notebooks without snippet or vice versa: {committed ^ set(scenarios)}"
+    for scenario, text in build_all(assignment).items():
+        path = SUBMISSIONS / assignment / f"{scenario}.ipynb"
+        assert path.read_text() == text, f"{path} is stale: run tests/fixtures/make_submissions.py {assignment}"
+
+
+def grade_fixture_class(assignment: str, course_dir: Path) -> tuple[dict[str, float], dict[str, set[str]], str]:
+    """Grade the solution, the unmodified release and every fixture of ``assignment`` in one batch.
+
+    Asserts what holds for every assignment: the committed release is what nbgrader generates now;
+    the solution and every correct-* score 10, the release and every cheat-* score 0, every
+    wrong-* scores below 10. Returns (scores, the graded cells each student lost entirely, a
+    report to print in the caller's own assertion messages).
+    """
+    import json
+
+    import nbformat
+    from fixtures.make_submissions import SUBMISSIONS
+
+    released = require_release(assignment)
+    submissions = {"solution": solution_path(assignment), "release": released}
+    for scenario in fixture_scenarios(assignment):
+        submissions[scenario] = SUBMISSIONS / assignment / f"{scenario}.ipynb"
+    scores = autograde(assignment, submissions, course_dir)
+    lost = {s: {name for name, value in cell_scores(assignment, s, course_dir).items() if value == 0} for s in submissions}
+    report = json.dumps({s: [scores[s], sorted(lost[s])] for s in scores}, indent=1)
+
+    fresh = nbformat.read(Path(course_dir) / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+    committed = nbformat.read(released, as_version=4)
+    assert [c.source for c in committed.cells] == [c.source for c in fresh.cells], (
+        f"{released} is stale: regenerate it with nbgrader generate_assignment")
+
+    assert scores["solution"] == 10, f"the solution should score 10/10:\n{report}"
+    assert scores["release"] == 0, f"the unmodified release should score 0:\n{report}"
+    for student, score in scores.items():
+        if student.startswith("correct-"):
+            assert score == 10, f"{student} should score 10/10:\n{report}"
+        elif student.startswith("cheat-"):
+            assert score == 0, f"{student} should score 0:\n{report}"
+        elif student.startswith("wrong-"):
+            assert score < 10, f"{student} should lose points:\n{report}"
+    return scores, lost, report

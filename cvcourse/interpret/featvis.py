@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvcourse.models import IMAGENET_MEAN, IMAGENET_STD
+
 from .cam import capture_activations
 
 __all__ = [
@@ -29,8 +31,6 @@ __all__ = [
     "visualize_channel",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def color_correlation_sqrt(images: torch.Tensor) -> torch.Tensor:
