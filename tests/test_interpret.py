@@ -107,6 +107,41 @@ def test_grad_cam_leaves_model_as_found():
     assert _hook_count(model) == 0
 
 
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_grad_cam_restores_grad_mode_and_records_no_graph_before_the_layer(grad_enabled):
+    model, images = _cnn(seed=7), _images(3)
+    expected = ci.grad_cam(model, model[3], images)
+    recorded = []  # the input of the first conv layer after the target: its autograd history
+    handle = model[4].register_forward_hook(lambda m, i, o: recorded.append(i[0].grad_fn))
+    try:
+        with torch.set_grad_enabled(grad_enabled):
+            maps = ci.grad_cam(model, model[3], images)
+            assert torch.is_grad_enabled() is grad_enabled
+    finally:
+        handle.remove()
+    torch.testing.assert_close(maps, expected)
+    assert recorded == [None]  # the target's output is a leaf: nothing before it was recorded
+
+
+def test_grad_cam_when_the_model_sets_the_grad_mode_around_the_layer():
+    # a forward that wraps its body in enable_grad() restores the caller's mode after the body,
+    # which turns recording off again before the head: grad_cam must still give the right map
+    class ModeSettingModel(nn.Module):
+        def __init__(self, body: nn.Module, head: nn.Module) -> None:
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x):
+            with torch.enable_grad():
+                features = self.body(x)
+            return self.head(features)
+
+    base, images = _cnn(seed=8), _images(2)
+    wrapped = ModeSettingModel(base[:4], base[4:]).eval()
+    torch.testing.assert_close(ci.grad_cam(wrapped, base[3], images), ci.grad_cam(base, base[3], images))
+    assert torch.is_grad_enabled() and _hook_count(wrapped) == 0
+
+
 def test_capture_activations_removes_hook_and_propagates_errors():
     model = _cnn()
 

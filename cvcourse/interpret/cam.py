@@ -35,13 +35,19 @@ class Captured:
 
 
 @contextmanager
-def capture_activations(layer: nn.Module, *, track_grad: bool = False) -> Iterator[Captured]:
+def capture_activations(
+    layer: nn.Module, *, track_grad: bool = False, graph_starts_here: bool = False
+) -> Iterator[Captured]:
     """Record ``layer``'s output during the forward passes run inside the ``with`` block.
 
     With ``track_grad=True`` the recorded output is part of the autograd graph even when
     neither the input nor the parameters require gradients (frozen models), so that
-    ``torch.autograd.grad(score, captured.activations)`` works. The hook is removed when the
-    block ends, also when it ends with an exception; exceptions are never swallowed.
+    ``torch.autograd.grad(score, captured.activations)`` works. With ``graph_starts_here=True``
+    as well, run the block under ``torch.no_grad()``: the hook switches gradient recording on
+    when ``layer`` runs, so the graph holds only what comes after the layer (the layers before
+    it record nothing: less memory and time); the enclosing ``no_grad`` restores the mode on
+    exit. The hook is removed when the block ends, also when it ends with an exception;
+    exceptions are never swallowed.
     """
     if not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be an nn.Module (a submodule of the model), got {type(layer).__name__}")
@@ -50,6 +56,8 @@ def capture_activations(layer: nn.Module, *, track_grad: bool = False) -> Iterat
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"{type(module).__name__} returned {type(output).__name__}; pick a layer that returns one tensor")
+        if track_grad and graph_starts_here:
+            torch.set_grad_enabled(True)  # from here on, record (the enclosing no_grad restores the mode)
         if track_grad and not output.requires_grad:
             output = output.detach().requires_grad_(True)  # same values, now a leaf we can differentiate to
             captured.activations = output
@@ -103,21 +111,27 @@ def grad_cam(
     (N, K, h, w) of ``target_layer``; the map is ReLU(sum_k alpha_k A_k), bilinearly upsampled to
     (H, W) and divided by its maximum. ``class_idx``: None (each image's top class), an int,
     or a (N,) tensor. Gradients are taken with ``torch.autograd.grad`` with respect to the
-    activations only, so parameters' ``.grad`` and the model's mode are left untouched.
+    activations only, so parameters' ``.grad`` and the model's mode are left untouched; the
+    layers before ``target_layer`` run without recording a graph (nothing flows back to them).
     ``upsample=False`` returns the (N, h, w) layer-resolution map, ``normalize=False`` the raw one.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    with torch.enable_grad(), capture_activations(target_layer, track_grad=True) as cap:
+    with torch.no_grad(), capture_activations(target_layer, track_grad=True, graph_starts_here=True) as cap:
         logits = model(images)
-        if cap.activations is None:
-            raise ValueError("target_layer was not called in model(images); pass a submodule the forward pass uses")
-        activations = cap.activations  # (N, K, h, w)
-        if activations.ndim != 4:
-            raise ValueError(f"target_layer output must be (N, K, h, w), got {tuple(activations.shape)}")
-        classes = resolve_classes(logits, class_idx)
+    if cap.activations is not None and not logits.requires_grad:
+        # the model set the grad mode itself after the layer ran: run again, recording everything
+        with torch.enable_grad(), capture_activations(target_layer, track_grad=True) as cap:
+            logits = model(images)
+    if cap.activations is None:
+        raise ValueError("target_layer was not called in model(images); pass a submodule the forward pass uses")
+    activations = cap.activations  # (N, K, h, w)
+    if activations.ndim != 4:
+        raise ValueError(f"target_layer output must be (N, K, h, w), got {tuple(activations.shape)}")
+    classes = resolve_classes(logits.detach(), class_idx)
+    with torch.enable_grad():
         score = logits.gather(1, classes[:, None]).sum()  # images are independent: one backward for all
-        (grads,) = torch.autograd.grad(score, activations)  # (N, K, h, w)
+    (grads,) = torch.autograd.grad(score, activations)  # (N, K, h, w)
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
     maps = F.relu((alpha * activations).sum(dim=1)).detach()  # (N, h, w)
     if upsample:
