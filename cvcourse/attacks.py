@@ -136,9 +136,9 @@ def fgsm(
     """
     if epsilon < 0:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-    step = gradient_sign(model, images, labels)
+    step = gradient_sign(model, images, labels)  # a fresh tensor of ours: updated in place below
     direction = -1.0 if targeted else 1.0
-    return (images.detach() + direction * epsilon * step).clamp(0.0, 1.0)
+    return step.mul_(direction * epsilon).add_(images.detach()).clamp_(0.0, 1.0)  # images + eps * step in [0, 1]
 
 
 def iterative_fgsm(
