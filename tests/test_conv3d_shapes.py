@@ -29,6 +29,7 @@ EXPECTED: dict[str, dict[str, float]] = {
     "solution": {},
     "release": {c: 0.0 for c in CELLS},
     "correct-loops": {},
+    "correct-formula-helpers": {},
     "wrong-no-dilation": {"test_output_shape": 0.0},
     "wrong-returns-list": {"test_output_shape": 0.0},
     "wrong-no-valueerror": {"test_output_shape": 0.0},
