@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 
-
 class Normalized(nn.Module):
     """``model((images - mean) / std)``: lets an attack work on pixels in [0, 1].
 
