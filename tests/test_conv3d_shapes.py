@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 
-from autograde import REPO, autograde, cell_scores, feedback_html  # noqa: E402
+from autograde import REPO, autograde, cell_scores, feedback_html, release_path, solution_path  # noqa: E402
 import make_submissions  # noqa: E402
 
 ASSIGNMENT = "conv3d_shapes"
@@ -74,8 +74,8 @@ def test_fixture_scenarios_are_named_by_kind() -> None:
 def graded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     course = tmp_path_factory.mktemp("course")
     subs = {p.stem: p for p in sorted(FIXTURES.glob("*.ipynb"))}
-    subs["solution"] = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    subs["release"] = REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    subs["solution"] = solution_path(ASSIGNMENT)
+    subs["release"] = release_path(ASSIGNMENT)
     return course, autograde(ASSIGNMENT, subs, course)
 
 
@@ -103,7 +103,7 @@ def test_every_scenario_scores_as_expected(graded: tuple[Path, dict[str, float]]
 def test_feedback_hides_hidden_tests_but_names_the_failed_check(graded: tuple[Path, dict[str, float]]) -> None:
     course, _ = graded
     page = html.unescape(feedback_html(ASSIGNMENT, "wrong-no-dilation", course))
-    source = nbformat.read(REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    source = nbformat.read(solution_path(ASSIGNMENT), as_version=4)
     hidden_lines = []
     for cell in source.cells:
         text = cell.source

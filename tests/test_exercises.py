@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autograde import REPO, prepare_course  # noqa: E402
+from autograde import REPO, prepare_course, release_path, solution_path  # noqa: E402
 from cvcourse.grading.trusted import job_from_source_notebook, run_trusted_job  # noqa: E402
 
 ASSIGNMENTS = sorted(p.parent.name for p in (REPO / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)
@@ -30,11 +30,7 @@ SUBSTRING_LINE = 40  # lines this long are also searched inside other text (meta
 
 
 def _source(name: str) -> Any:
-    return nbformat.read(REPO / "solutions" / name / f"{name}.ipynb", as_version=4)
-
-
-def _release_path(name: str) -> Path:
-    return REPO / "exercises" / name / f"{name}.ipynb"
+    return nbformat.read(solution_path(name), as_version=4)
 
 
 def _normalized(path: Path) -> Any:
@@ -101,7 +97,7 @@ def test_there_are_assignments() -> None:
 def test_exercises_are_up_to_date(tmp_path: Path) -> None:
     stale = []
     for name in ASSIGNMENTS:
-        committed = _release_path(name)
+        committed = release_path(name)
         fresh = prepare_course(name, tmp_path / "course")
         if not committed.exists():
             stale.append(f"{name}: exercises/{name}/{name}.ipynb is missing")
@@ -134,7 +130,7 @@ def test_no_leak_in_exercises(name: str) -> None:
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_release_has_stubs_and_graded_cells(name: str) -> None:
-    nb = nbformat.read(_release_path(name), as_version=4)
+    nb = nbformat.read(release_path(name), as_version=4)
     graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
     assert len(graded) >= 3, f"{name}: at least three graded cells"
     assert sum(float(c.metadata["nbgrader"]["points"]) for c in graded) == 10.0, f"{name}: points must sum to 10"
@@ -175,7 +171,7 @@ def _errors(nb: Any) -> list[tuple[str, str, str]]:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_solution_passes_its_own_tests(name: str) -> None:
-    nb, _ = _execute(REPO / "solutions" / name / f"{name}.ipynb")
+    nb, _ = _execute(solution_path(name))
     assert not _errors(nb), f"{name}: the solution fails in a kernel: {_errors(nb)}"
     result = run_trusted_job(job_from_source_notebook(_source(name), name))
     failed = {k: v for k, v in result["cells"].items() if not v.get("passed")}
@@ -186,7 +182,7 @@ def test_solution_passes_its_own_tests(name: str) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_release_runs_with_only_stub_errors(name: str) -> None:
-    nb, seconds = _execute(_release_path(name), timeout=30)
+    nb, seconds = _execute(release_path(name), timeout=30)
     other = [e for e in _errors(nb) if e[1] != "NotImplementedError"]
     assert not other, f"{name}: the released notebook raises more than NotImplementedError: {other}"
     assert seconds < 30, f"{name}: the released notebook took {seconds:.1f} s (budget 30 s)"
